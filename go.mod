@@ -1,0 +1,3 @@
+module github.com/acsproxy/caddy-acs-hmac
+
+go 1.26.8
