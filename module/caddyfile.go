@@ -1,0 +1,177 @@
+package module
+
+import (
+	"encoding/json"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/dustin/go-humanize"
+)
+
+// keySourceDirectives are the subdirectives that choose a key source; a block
+// takes exactly one of them.
+var keySourceDirectives = []string{"connection_string", "access_key", "key_file", "key_vault"}
+
+func isKeySourceDirective(name string) bool {
+	for _, d := range keySourceDirectives {
+		if d == name {
+			return true
+		}
+	}
+	return false
+}
+
+// unmarshalKeySource parses one key-source subdirective at d's cursor into
+// *raw. chosen is the subdirective already seen in this block, if any.
+func unmarshalKeySource(d *caddyfile.Dispenser, raw *json.RawMessage, chosen *string) error {
+	name := d.Val()
+	if *chosen != "" {
+		return d.Errf("only one key source may be given, but found both %s and %s", *chosen, name)
+	}
+	*chosen = name
+	var arg string
+	if !d.Args(&arg) {
+		return d.Errf("%s: %v", name, d.ArgErr())
+	}
+	if d.NextArg() {
+		return d.Errf("%s takes exactly one argument", name)
+	}
+	var src any
+	switch name {
+	case "connection_string":
+		src = ConnectionStringSource{ConnectionString: arg}
+	case "access_key":
+		src = AccessKeySource{AccessKey: arg}
+	case "key_file":
+		src = &KeyFileSource{Path: arg}
+	case "key_vault":
+		return d.Err("key_vault: the Azure Key Vault key source is not available in this build yet; use connection_string, access_key or key_file")
+	}
+	if d.NextBlock(d.Nesting()) {
+		return d.Errf("%s takes no block", name)
+	}
+	*raw = caddyconfig.JSONModuleObject(src, "source", name, nil)
+	return nil
+}
+
+// unmarshalSize parses a max_body_size argument ("32MiB", "1MB", "4096").
+func unmarshalSize(d *caddyfile.Dispenser) (int64, error) {
+	name := d.Val()
+	var arg string
+	if !d.Args(&arg) {
+		return 0, d.Errf("%s: %v", name, d.ArgErr())
+	}
+	if d.NextArg() {
+		return 0, d.Errf("%s takes exactly one argument", name)
+	}
+	n, err := humanize.ParseBytes(arg)
+	if err != nil || n == 0 || n > 1<<40 {
+		return 0, d.Errf("%s: invalid size %q (want a positive size such as 32MiB)", name, arg)
+	}
+	return int64(n), nil
+}
+
+func missingKeySource(d *caddyfile.Dispenser, directive string) error {
+	return d.Errf("%s: a key source is required: one of %s", directive, strings.Join(keySourceDirectives, ", "))
+}
+
+// UnmarshalCaddyfile sets up the transport from Caddyfile tokens:
+//
+//	transport acs_hmac {
+//		connection_string <endpoint=...;accesskey=...> | access_key <base64> | key_file <path>
+//		max_body_size <size>
+//		# ...and every subdirective of the http transport
+//	}
+func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // transport name
+	nameTok := d.Token()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	var chosen string
+	var rest []caddyfile.Token // the http transport's subdirectives, passed on as they are
+	for d.NextBlock(0) {
+		switch name := d.Val(); {
+		case isKeySourceDirective(name):
+			if err := unmarshalKeySource(d, &t.KeySourceRaw, &chosen); err != nil {
+				return err
+			}
+		case name == "max_body_size":
+			n, err := unmarshalSize(d)
+			if err != nil {
+				return err
+			}
+			t.MaxBodySize = n
+		default:
+			rest = append(rest, d.NextSegment()...)
+		}
+	}
+	if chosen == "" {
+		return missingKeySource(d, "acs_hmac")
+	}
+	if len(rest) > 0 {
+		// Re-wrap the remaining subdirectives as an http transport block, on
+		// the lines they came from, so errors point at the user's file.
+		toks := make([]caddyfile.Token, 0, len(rest)+3)
+		open := caddyfile.Token{File: nameTok.File, Line: nameTok.Line, Text: "{"}
+		end := caddyfile.Token{File: nameTok.File, Line: rest[len(rest)-1].Line + 1, Text: "}"}
+		toks = append(append(append(toks, nameTok, open), rest...), end)
+		if err := t.HTTPTransport.UnmarshalCaddyfile(caddyfile.NewDispenser(toks)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
+//
+//	acs_hmac_verify {
+//		connection_string <...> | access_key <base64> | key_file <path>
+//		max_body_size <size>
+//		max_skew <duration>
+//	}
+func (v *Verify) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	var chosen string
+	for d.NextBlock(0) {
+		switch name := d.Val(); {
+		case isKeySourceDirective(name):
+			if err := unmarshalKeySource(d, &v.KeySourceRaw, &chosen); err != nil {
+				return err
+			}
+		case name == "max_body_size":
+			n, err := unmarshalSize(d)
+			if err != nil {
+				return err
+			}
+			v.MaxBodySize = n
+		case name == "max_skew":
+			var arg string
+			if !d.Args(&arg) || d.NextArg() {
+				return d.Err("max_skew takes exactly one duration, such as 15m")
+			}
+			dur, err := caddy.ParseDuration(arg)
+			if err != nil || dur <= 0 {
+				return d.Errf("max_skew: invalid duration %q", arg)
+			}
+			v.MaxSkew = caddy.Duration(dur)
+		default:
+			return d.Errf("acs_hmac_verify: unrecognized subdirective %q", name)
+		}
+	}
+	if chosen == "" {
+		return missingKeySource(d, "acs_hmac_verify")
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddyfile.Unmarshaler = (*Transport)(nil)
+	_ caddyfile.Unmarshaler = (*Verify)(nil)
+)

@@ -1,0 +1,233 @@
+package signer_test
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/acsproxy/caddy-acs-hmac/signer"
+)
+
+// redactRaw is the secret used by the redaction tests: 32 bytes whose
+// encodings are easy to spot.
+var redactRaw = []byte{
+	0x5e, 0xc2, 0x3b, 0x91, 0xa4, 0x7d, 0x18, 0xe6, 0x29, 0xfa, 0x43, 0xb7, 0x6c, 0x0d, 0xd8, 0x52,
+	0x9e, 0x31, 0x7a, 0xe4, 0x05, 0xbb, 0x66, 0xf1, 0x2c, 0x88, 0x4f, 0x13, 0xa9, 0xde, 0x70, 0x37,
+}
+
+// forbidden returns every text that would reveal raw: its base64 (all four
+// alphabets), hex (both cases), the bytes themselves, their Go-quoted and
+// decimal forms, and windows of each long enough to identify the key.
+func forbidden(raw []byte) []string {
+	full := []string{
+		base64.StdEncoding.EncodeToString(raw),
+		base64.RawStdEncoding.EncodeToString(raw),
+		base64.URLEncoding.EncodeToString(raw),
+		base64.RawURLEncoding.EncodeToString(raw),
+		hex.EncodeToString(raw),
+		strings.ToUpper(hex.EncodeToString(raw)),
+		string(raw),
+		strconv.Quote(string(raw)),
+		fmt.Sprintf("% x", raw),
+	}
+	var out []string
+	for _, s := range full {
+		const w = 10
+		if len(s) <= w {
+			out = append(out, s)
+			continue
+		}
+		for i := 0; i+w <= len(s); i++ {
+			out = append(out, s[i:i+w])
+		}
+	}
+	for i := 0; i+4 <= len(raw); i++ { // decimal byte lists, as %d / %v print []byte
+		var parts []string
+		for _, b := range raw[i : i+4] {
+			parts = append(parts, strconv.Itoa(int(b)))
+		}
+		out = append(out, strings.Join(parts, " "), strings.Join(parts, ", "))
+	}
+	return out
+}
+
+func assertRedacted(t *testing.T, what, out string, raw []byte) {
+	t.Helper()
+	for _, f := range forbidden(raw) {
+		if strings.Contains(out, f) {
+			t.Errorf("%s = %q reveals key material %q", what, out, f)
+			return
+		}
+	}
+}
+
+type exportedHolder struct {
+	Name string
+	Key  *signer.Key
+}
+
+type unexportedHolder struct {
+	name string
+	key  *signer.Key
+}
+
+type credHolder struct {
+	Cred  signer.Credential
+	PCred *signer.Credential
+	cred  signer.Credential
+}
+
+func TestKeyRedaction(t *testing.T) {
+	k, err := signer.ParseKey(base64.StdEncoding.EncodeToString(redactRaw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cred, err := signer.ParseConnectionString("endpoint=https://res.communication.azure.com/;accesskey=" + base64.StdEncoding.EncodeToString(redactRaw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare := signer.Credential{Key: k}
+
+	values := map[string]any{
+		"*Key":                     k,
+		"exported holder":          exportedHolder{"n", k},
+		"*exported holder":         &exportedHolder{"n", k},
+		"unexported holder":        unexportedHolder{"n", k},
+		"*unexported holder":       &unexportedHolder{"n", k},
+		"[]*Key":                   []*signer.Key{k, k},
+		"map[string]*Key":          map[string]*signer.Key{"a": k},
+		"Credential":               cred,
+		"*Credential":              &cred,
+		"bare Credential":          bare,
+		"credential holder":        credHolder{Cred: cred, PCred: &cred, cred: cred},
+		"*credential holder":       &credHolder{Cred: cred, PCred: &cred, cred: bare},
+		"[]Credential":             []signer.Credential{cred, bare},
+		"any-wrapped key in slice": []any{k, cred},
+	}
+	verbs := []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%d", "%10.3v", "%-40s", "% x", "%#x", "%T"}
+	for name, v := range values {
+		for _, verb := range verbs {
+			assertRedacted(t, name+" "+verb, fmt.Sprintf(verb, v), redactRaw)
+		}
+		assertRedacted(t, name+" Sprint", fmt.Sprint(v), redactRaw)
+		assertRedacted(t, name+" Sprintln", fmt.Sprintln(v), redactRaw)
+		assertRedacted(t, name+" Errorf", fmt.Errorf("wrapped: %v: %w", v, errors.New("x")).Error(), redactRaw)
+
+		var buf bytes.Buffer
+		fmt.Fprintln(&buf, "println:", v)
+		fmt.Fprint(&buf, v)
+		log.New(&buf, "", 0).Println(v)
+		log.New(&buf, "", 0).Printf("%+v", v)
+		assertRedacted(t, name+" Println/log", buf.String(), redactRaw)
+
+		if j, err := json.Marshal(v); err == nil {
+			assertRedacted(t, name+" json", string(j), redactRaw)
+		}
+	}
+
+	// The redacted forms say so.
+	for _, s := range []string{fmt.Sprint(k), fmt.Sprintf("%#v", k), k.String(), k.GoString()} {
+		if !strings.Contains(s, "REDACTED") {
+			t.Errorf("key prints as %q, want a REDACTED marker", s)
+		}
+	}
+	if txt, err := k.MarshalText(); err != nil || !strings.Contains(string(txt), "REDACTED") {
+		t.Errorf("MarshalText = %q, %v", txt, err)
+	}
+	if s := cred.String(); !strings.Contains(s, "REDACTED") || !strings.Contains(s, "res.communication.azure.com") {
+		t.Errorf("Credential.String() = %q, want endpoint and REDACTED", s)
+	}
+	if cred.GoString() != cred.String() || !strings.Contains(bare.String(), "REDACTED") {
+		t.Errorf("Credential GoString/String = %q / %q / %q", cred.GoString(), cred.String(), bare.String())
+	}
+	var nilKey *signer.Key
+	assertRedacted(t, "nil key", fmt.Sprintf("%v %+v %#v", nilKey, nilKey, nilKey), redactRaw)
+}
+
+// TestRedactionSelfCheck makes sure the detector would catch a leak.
+func TestRedactionSelfCheck(t *testing.T) {
+	leaks := []string{
+		fmt.Sprint(redactRaw),
+		fmt.Sprintf("%x", redactRaw),
+		fmt.Sprintf("%X", redactRaw),
+		fmt.Sprintf("%q", redactRaw),
+		base64.StdEncoding.EncodeToString(redactRaw),
+		base64.RawURLEncoding.EncodeToString(redactRaw[3:20]),
+		fmt.Sprintf("%v", struct{ s []byte }{redactRaw}),
+	}
+	for _, l := range leaks {
+		found := false
+		for _, f := range forbidden(redactRaw) {
+			if strings.Contains(l, f) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			t.Errorf("detector misses leak %q", l)
+		}
+	}
+}
+
+func TestKeyID(t *testing.T) {
+	b64 := base64.StdEncoding.EncodeToString(redactRaw)
+	k1, _ := signer.ParseKey(b64)
+	k2, _ := signer.NewKey(append([]byte(nil), redactRaw...))
+	c, err := signer.ParseCredential("endpoint=https://x.communication.azure.com;accesskey=" + b64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k1.ID() == "" || k1.ID() != k2.ID() || k1.ID() != c.Key.ID() || k1.ID() != k1.ID() {
+		t.Errorf("IDs of equal keys differ: %q %q %q", k1.ID(), k2.ID(), c.Key.ID())
+	}
+	assertRedacted(t, "ID", k1.ID(), redactRaw)
+
+	// Different keys, including ones differing in one bit or in length, get
+	// different IDs.
+	seen := map[string]int{}
+	for i := range 2000 {
+		raw := append([]byte(nil), redactRaw...)
+		switch {
+		case i < 256:
+			raw[i%len(raw)] ^= byte(1 << (i % 8))
+		case i < 288:
+			raw = raw[:i-256+1]
+		default:
+			raw = []byte(strconv.Itoa(i))
+		}
+		k, err := signer.NewKey(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Equal(raw, redactRaw) {
+			continue
+		}
+		if k.ID() == k1.ID() {
+			t.Errorf("key %d (%x) has the same ID as the test key", i, raw)
+		}
+		if j, dup := seen[k.ID()]; dup && !k.Equal(mustNewKey(t, raw)) {
+			t.Errorf("keys %d and %d share ID %q", j, i, k.ID())
+		}
+		seen[k.ID()] = i
+		assertRedacted(t, "ID", k.ID(), raw)
+		if strings.Contains(k.ID(), base64.StdEncoding.EncodeToString(raw)) {
+			t.Errorf("ID %q contains the key", k.ID())
+		}
+	}
+}
+
+func mustNewKey(t *testing.T, raw []byte) *signer.Key {
+	t.Helper()
+	k, err := signer.NewKey(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
