@@ -50,7 +50,7 @@ func readBody(body io.Reader, contentLength, max int64) (*bufferedBody, error) {
 			// Unknown or understated length: grow geometrically, never past max+1.
 			buf = append(buf, 0)[:len(buf)]
 			if int64(cap(buf)) > max+1 {
-				buf = buf[:len(buf):max+1]
+				buf = buf[: len(buf) : max+1]
 			}
 		}
 		n, err := body.Read(buf[len(buf):cap(buf)])
