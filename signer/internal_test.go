@@ -124,7 +124,7 @@ func TestSignatureBufferReuse(t *testing.T) {
 	}
 }
 
-func TestKeyID(t *testing.T) {
+func TestKeyIDInternal(t *testing.T) {
 	k, _ := NewKey([]byte{1, 2, 3})
 	if len(k.ID()) != 8 {
 		t.Errorf("ID() = %q, want 8 characters", k.ID())
