@@ -99,7 +99,7 @@ func ParseEndpoint(endpoint string) (*url.URL, error) {
 	if u.Host == "" || u.Hostname() == "" {
 		return nil, errors.New("endpoint has no host")
 	}
-	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || strings.Trim(u.Path, "/") != "" {
+	if u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(endpoint, "#") || strings.Trim(u.EscapedPath(), "/") != "" {
 		return nil, errors.New("endpoint must be scheme://host[:port] with no path, query or user info")
 	}
 	return &url.URL{Scheme: u.Scheme, Host: CanonicalHost(u.Scheme, u.Host)}, nil

@@ -19,10 +19,15 @@ import (
 // ready HMAC states, so signing a request costs one HMAC over the string to
 // sign and no key schedule.
 type Key struct {
-	secret []byte
+	// secret sits behind a pointer so that fmt, when it cannot call Format
+	// (a *Key in an unexported struct field with a verb like %s), prints an
+	// address by reflection and never walks into the bytes.
+	secret *keyMaterial
 	id     string
 	macs   sync.Pool // of hash.Hash, each an HMAC-SHA256 keyed with secret
 }
+
+type keyMaterial struct{ b []byte }
 
 // ErrKey is wrapped by every error about key material.
 var ErrKey = errors.New("acs access key")
@@ -32,13 +37,14 @@ func NewKey(raw []byte) (*Key, error) {
 	if len(raw) == 0 {
 		return nil, fmt.Errorf("%w: empty", ErrKey)
 	}
-	k := &Key{secret: append([]byte(nil), raw...)}
+	secret := &keyMaterial{b: append([]byte(nil), raw...)}
+	k := &Key{secret: secret}
 	// The id lets logs tell keys apart (rotation) without revealing them: a
 	// keyed digest of a fixed label, truncated; it cannot be inverted.
-	m := hmac.New(sha256.New, k.secret)
+	m := hmac.New(sha256.New, secret.b)
 	m.Write([]byte("caddy-acs-hmac key id"))
 	k.id = base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:6])
-	k.macs.New = func() any { return hmac.New(sha256.New, k.secret) }
+	k.macs.New = func() any { return hmac.New(sha256.New, secret.b) }
 	return k, nil
 }
 
@@ -71,7 +77,7 @@ func (k *Key) Equal(o *Key) bool {
 	if k == nil || o == nil {
 		return k == o
 	}
-	return subtle.ConstantTimeCompare(k.secret, o.secret) == 1
+	return subtle.ConstantTimeCompare(k.secret.b, o.secret.b) == 1
 }
 
 const redacted = "signer.Key{REDACTED}"

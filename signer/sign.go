@@ -15,7 +15,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 )
@@ -56,25 +55,15 @@ func FormatDate(t time.Time) string {
 // diagnostics and tests; it contains no secret, but it describes the request
 // and should not be logged in production.
 func StringToSign(method, pathAndQuery, date, host, contentHash string) string {
-	var b strings.Builder
-	b.Grow(len(method) + len(pathAndQuery) + len(date) + len(host) + len(contentHash) + 4)
-	b.WriteString(strings.ToUpper(method))
-	b.WriteByte('\n')
-	b.WriteString(pathAndQuery)
-	b.WriteByte('\n')
-	b.WriteString(date)
-	b.WriteByte(';')
-	b.WriteString(host)
-	b.WriteByte(';')
-	b.WriteString(contentHash)
-	return b.String()
+	return string(appendStringToSign(nil, method, pathAndQuery, date, host, contentHash))
 }
 
 // bufPool holds scratch buffers for the string to sign; requests are small,
 // so buffers stay small.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
-// appendStringToSign is StringToSign without the allocation.
+// appendStringToSign is StringToSign without the allocation. The method is
+// upper-cased in ASCII only: HTTP methods are tokens, and the SDKs do the same.
 func appendStringToSign(dst []byte, method, pathAndQuery, date, host, contentHash string) []byte {
 	for i := 0; i < len(method); i++ {
 		c := method[i]

@@ -162,7 +162,7 @@ func TestFormatDateAndSignDate(t *testing.T) {
 		{"UTC", time.Date(2022, 4, 13, 18, 9, 12, 0, time.UTC), "Wed, 13 Apr 2022 18:09:12 GMT"},
 		{"negative offset", time.Date(2022, 4, 13, 11, 9, 12, 0, time.FixedZone("PDT", -7*3600)), "Wed, 13 Apr 2022 18:09:12 GMT"},
 		{"positive offset crosses day back", time.Date(2022, 4, 14, 1, 30, 0, 0, time.FixedZone("JST", 9*3600)), "Wed, 13 Apr 2022 16:30:00 GMT"},
-		{"odd offset crosses year", time.Date(2023, 12, 31, 20, 0, 0, 0, time.FixedZone("X", -(5*3600 + 45*60))), "Mon, 01 Jan 2024 01:45:00 GMT"},
+		{"odd offset crosses year", time.Date(2023, 12, 31, 20, 0, 0, 0, time.FixedZone("X", -(5*3600+45*60))), "Mon, 01 Jan 2024 01:45:00 GMT"},
 		{"two-digit day", time.Date(2024, 2, 5, 3, 4, 5, 0, time.UTC), "Mon, 05 Feb 2024 03:04:05 GMT"},
 		{"sub-second dropped", time.Date(2024, 2, 29, 23, 59, 59, 999999999, time.UTC), "Thu, 29 Feb 2024 23:59:59 GMT"},
 		{"local zone", time.Date(2022, 4, 13, 18, 9, 12, 0, time.UTC).In(time.Local), "Wed, 13 Apr 2022 18:09:12 GMT"},

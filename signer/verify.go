@@ -67,7 +67,7 @@ func (k *Key) Verify(r Request, now time.Time, maxSkew time.Duration) error {
 	}
 
 	claimed := r.Header.Get(HeaderContentSHA256)
-	if claimed != r.ContentHash {
+	if r.ContentHash == "" || claimed != r.ContentHash {
 		return ErrContentMismatch
 	}
 

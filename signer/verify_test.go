@@ -349,3 +349,20 @@ func TestVerifyOverHTTP(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyRequiresContentHash: a caller that forgets to hash the received
+// body must not get a pass when the client also sent no hash.
+func TestVerifyRequiresContentHash(t *testing.T) {
+	k, err := signer.ParseKey("pw==")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	h := k.Sign("GET", "/", "example.com", "", now)
+	hdr := http.Header{}
+	h.Apply(hdr)
+	err = k.Verify(signer.Request{Method: "GET", PathAndQuery: "/", Host: "example.com", Header: hdr}, now, 0)
+	if !errors.Is(err, signer.ErrContentMismatch) {
+		t.Fatalf("Verify with no content hash = %v, want ErrContentMismatch", err)
+	}
+}
