@@ -14,10 +14,11 @@ import (
 
 func init() {
 	httpcaddyfile.RegisterHandlerDirective("acs_hmac_verify", parseVerify)
-	// Verification must come before anything that answers the request, so no
-	// global "order" option is needed: respond, reverse_proxy, file_server
-	// and the rest of the default order all come after respond.
-	httpcaddyfile.RegisterDirectiveOrder("acs_hmac_verify", httpcaddyfile.Before, "respond")
+	// Verification must come before anything that answers or routes the
+	// request, so no global "order" option is needed. Like Caddy's own auth
+	// handlers it goes before basic_auth: ahead of handle, handle_path, route,
+	// respond and reverse_proxy, so no block can skip it.
+	httpcaddyfile.RegisterDirectiveOrder("acs_hmac_verify", httpcaddyfile.Before, "basic_auth")
 }
 
 // parseVerify sets up the acs_hmac_verify handler:

@@ -33,7 +33,7 @@ func unmarshalKeySource(d *caddyfile.Dispenser, raw *json.RawMessage, chosen *st
 	*chosen = name
 	var arg string
 	if !d.Args(&arg) {
-		return d.Errf("%s: %v", name, d.ArgErr())
+		return d.ArgErr()
 	}
 	if d.NextArg() {
 		return d.Errf("%s takes exactly one argument", name)
@@ -61,7 +61,7 @@ func unmarshalSize(d *caddyfile.Dispenser) (int64, error) {
 	name := d.Val()
 	var arg string
 	if !d.Args(&arg) {
-		return 0, d.Errf("%s: %v", name, d.ArgErr())
+		return 0, d.ArgErr()
 	}
 	if d.NextArg() {
 		return 0, d.Errf("%s takes exactly one argument", name)
@@ -90,6 +90,11 @@ func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	var open caddyfile.Token // the block's own braces, reused below
+	if d.Next() {
+		open = d.Token()
+		d.Prev()
+	}
 	var chosen string
 	var rest []caddyfile.Token // the http transport's subdirectives, passed on as they are
 	for d.NextBlock(0) {
@@ -112,11 +117,11 @@ func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return missingKeySource(d, "acs_hmac")
 	}
 	if len(rest) > 0 {
-		// Re-wrap the remaining subdirectives as an http transport block, on
-		// the lines they came from, so errors point at the user's file.
+		// Re-wrap the remaining subdirectives in the block's own braces, as
+		// an http transport block: the tokens keep their lines and import
+		// chains (snippets, imported files), so errors point at the user's file.
+		end := d.Token() // the closing brace NextBlock stopped at
 		toks := make([]caddyfile.Token, 0, len(rest)+3)
-		open := caddyfile.Token{File: nameTok.File, Line: nameTok.Line, Text: "{"}
-		end := caddyfile.Token{File: nameTok.File, Line: rest[len(rest)-1].Line + 1, Text: "}"}
 		toks = append(append(append(toks, nameTok, open), rest...), end)
 		if err := t.HTTPTransport.UnmarshalCaddyfile(caddyfile.NewDispenser(toks)); err != nil {
 			return err
