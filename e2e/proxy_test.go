@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -308,4 +309,37 @@ func TestForeignUpstreamRefused(t *testing.T) {
 	if n := len(up.requests()); n != 0 {
 		t.Fatalf("a foreign upstream was contacted %d times", n)
 	}
+}
+
+// TestRedirectsNotFollowed: a signed request is never replayed to wherever a
+// redirect points; the client gets the redirect.
+func TestRedirectsNotFollowed(t *testing.T) {
+	_, keyB64 := newKey(t)
+	elsewhere := newUpstream(t, false)
+	redirecting := httptestRedirect(t, "http://"+elsewhere.addr()+"/stolen")
+	c := startCaddy(t, fmt.Sprintf(`reverse_proxy %s {
+		transport acs_hmac {
+			connection_string "endpoint=http://%s;accesskey=%s"
+		}
+	}`, redirecting, redirecting, keyB64))
+
+	status, hdr, _ := do(t, "POST", c.url("/sms"), []byte(`{"message":"hi"}`), nil)
+	if status != http.StatusTemporaryRedirect || !strings.HasSuffix(hdr.Get("Location"), "/stolen") {
+		t.Fatalf("status %d, Location %q: want the 307 passed back", status, hdr.Get("Location"))
+	}
+	if n := len(elsewhere.requests()); n != 0 {
+		t.Fatalf("the redirect target was contacted %d times", n)
+	}
+}
+
+// httptestRedirect starts a server that answers every request with a 307 to
+// target, and returns its host:port.
+func httptestRedirect(t *testing.T, target string) string {
+	t.Helper()
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		http.Redirect(w, r, target, http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(s.Close)
+	return s.Listener.Addr().String()
 }
