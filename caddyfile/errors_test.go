@@ -269,24 +269,54 @@ func TestCaddyfileErrors(t *testing.T) {
 			line:      5,
 		},
 
-		// key_vault: part of the contract, not in this build yet
+		// key_vault block
 		{
-			name:      "transport: key_vault",
-			caddyfile: transportSite("key_vault https://x.vault.azure.net/secrets/y"),
-			want:      []string{"key_vault"},
+			name:      "transport: key_vault without a URL",
+			caddyfile: transportSite("key_vault"),
+			want:      []string{"key_vault", "wrong argument count"},
 			line:      4,
 		},
 		{
-			name:      "transport: key_vault with a block",
-			caddyfile: transportSite("key_vault https://contoso-kv.vault.azure.net/secrets/acs {", "\tcredential managed_identity", "\trefresh 10m", "}"),
-			want:      []string{"key_vault"},
-			line:      4,
+			name:      "transport: key_vault unknown credential",
+			caddyfile: transportSite("key_vault https://contoso-kv.vault.azure.net/secrets/acs {", "\tcredential magic", "}"),
+			want:      []string{"unknown credential", "magic", "managed_identity"},
+			line:      5,
 		},
 		{
-			name:      "verify: key_vault",
-			caddyfile: verifySite("key_vault https://x.vault.azure.net/secrets/y"),
-			want:      []string{"key_vault"},
-			line:      4,
+			name:      "transport: key_vault client_secret missing arguments",
+			caddyfile: transportSite("key_vault https://contoso-kv.vault.azure.net/secrets/acs {", "\tcredential client_secret tenant", "}"),
+			want:      []string{"client_secret", "<tenant id> <client id> <client secret>"},
+			line:      5,
+		},
+		{
+			name:      "transport: key_vault managed_identity with two IDs",
+			caddyfile: transportSite("key_vault https://contoso-kv.vault.azure.net/secrets/acs {", "\tcredential managed_identity a b", "}"),
+			want:      []string{"managed_identity", "at most one"},
+			line:      5,
+		},
+		{
+			name:      "transport: key_vault credential twice",
+			caddyfile: transportSite("key_vault https://contoso-kv.vault.azure.net/secrets/acs {", "\tcredential default", "\tcredential azure_cli", "}"),
+			want:      []string{"credential given twice"},
+			line:      6,
+		},
+		{
+			name:      "transport: key_vault bad refresh",
+			caddyfile: transportSite("key_vault https://contoso-kv.vault.azure.net/secrets/acs {", "\trefresh soon", "}"),
+			want:      []string{"refresh", "soon"},
+			line:      5,
+		},
+		{
+			name:      "verify: key_vault unknown subdirective",
+			caddyfile: verifySite("key_vault https://contoso-kv.vault.azure.net/secrets/acs {", "\trotate_now", "}"),
+			want:      []string{"key_vault", "unrecognized subdirective", "rotate_now"},
+			line:      5,
+		},
+		{
+			name:      "transport: key_vault and access_key",
+			caddyfile: transportSite("key_vault https://contoso-kv.vault.azure.net/secrets/acs", key),
+			want:      []string{"only one key source", "key_vault", "access_key"},
+			line:      5,
 		},
 	}
 	adapter := caddyconfig.GetAdapter("caddyfile")

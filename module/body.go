@@ -3,6 +3,7 @@ package module
 import (
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 
@@ -25,7 +26,15 @@ type bufferedBody struct {
 
 // String keeps the body out of anything that formats it (a {http.vars.*}
 // placeholder in a log format, a debug print).
-func (*bufferedBody) String() string { return "[request body withheld]" }
+func (*bufferedBody) String() string { return bodyWithheld }
+
+// GoString keeps the body out of %#v.
+func (*bufferedBody) GoString() string { return bodyWithheld }
+
+// Format keeps the body out of every other verb.
+func (*bufferedBody) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, bodyWithheld) }
+
+const bodyWithheld = "[request body withheld]"
 
 // readBody reads body in full, hashing as it reads, and fails with
 // errBodyTooLarge as soon as more than max bytes arrive (or at once, when

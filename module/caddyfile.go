@@ -39,6 +39,7 @@ func unmarshalKeySource(d *caddyfile.Dispenser, raw *json.RawMessage, chosen *st
 		return d.Errf("%s takes exactly one argument", name)
 	}
 	var src any
+	module := name
 	switch name {
 	case "connection_string":
 		src = ConnectionStringSource{ConnectionString: arg}
@@ -47,13 +48,80 @@ func unmarshalKeySource(d *caddyfile.Dispenser, raw *json.RawMessage, chosen *st
 	case "key_file":
 		src = &KeyFileSource{Path: arg}
 	case "key_vault":
-		return d.Err("key_vault: the Azure Key Vault key source is not available in this build yet; use connection_string, access_key or key_file")
+		kv, err := unmarshalKeyVault(d, arg)
+		if err != nil {
+			return err
+		}
+		src, module = kv, "azure_key_vault"
 	}
-	if d.NextBlock(d.Nesting()) {
+	if name != "key_vault" && d.NextBlock(d.Nesting()) {
 		return d.Errf("%s takes no block", name)
 	}
-	*raw = caddyconfig.JSONModuleObject(src, "source", name, nil)
+	*raw = caddyconfig.JSONModuleObject(src, "source", module, nil)
 	return nil
+}
+
+// unmarshalKeyVault parses the key_vault block:
+//
+//	key_vault <secret identifier URL> {
+//		credential default | managed_identity [<client id>] | workload_identity | azure_cli | client_secret <tenant> <client id> <secret>
+//		refresh <duration>
+//		disable_challenge_resource_verification
+//	}
+func unmarshalKeyVault(d *caddyfile.Dispenser, secretURL string) (*KeyVaultSource, error) {
+	kv := &KeyVaultSource{SecretURL: secretURL}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "credential":
+			if kv.AzureCredential != nil {
+				return nil, d.Err("key_vault: credential given twice")
+			}
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.Err("key_vault: credential needs a kind: default, managed_identity, workload_identity, azure_cli or client_secret")
+			}
+			c := &AzureCredential{Kind: args[0]}
+			switch args[0] {
+			case "default", "workload_identity", "azure_cli":
+				if len(args) != 1 {
+					return nil, d.Errf("key_vault: credential %s takes no arguments", args[0])
+				}
+			case "managed_identity":
+				if len(args) > 2 {
+					return nil, d.Err("key_vault: credential managed_identity takes at most one argument, a client ID")
+				}
+				if len(args) == 2 {
+					c.ClientID = args[1]
+				}
+			case "client_secret":
+				if len(args) != 4 {
+					return nil, d.Err("key_vault: credential client_secret needs <tenant id> <client id> <client secret>")
+				}
+				c.TenantID, c.ClientID, c.ClientSecret = args[1], args[2], args[3]
+			default:
+				return nil, d.Errf("key_vault: unknown credential %q: want default, managed_identity, workload_identity, azure_cli or client_secret", args[0])
+			}
+			kv.AzureCredential = c
+		case "refresh":
+			var arg string
+			if !d.Args(&arg) || d.NextArg() {
+				return nil, d.Err("key_vault: refresh takes exactly one duration, such as 5m")
+			}
+			dur, err := caddy.ParseDuration(arg)
+			if err != nil || dur <= 0 {
+				return nil, d.Errf("key_vault: invalid refresh duration %q", arg)
+			}
+			kv.RefreshInterval = caddy.Duration(dur)
+		case "disable_challenge_resource_verification":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			kv.DisableChallengeResourceVerification = true
+		default:
+			return nil, d.Errf("key_vault: unrecognized subdirective %q", d.Val())
+		}
+	}
+	return kv, nil
 }
 
 // unmarshalSize parses a max_body_size argument ("32MiB", "1MB", "4096").

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -33,6 +34,15 @@ type KeySource interface {
 	// Credential returns the credential in force now, or an error wrapping
 	// ErrNoKey when none is available. The error never contains key material.
 	Credential() (signer.Credential, error)
+}
+
+// Refresher is implemented by key sources that can look for a new key on
+// demand. The transport calls Refresh when the upstream answers 401 to a
+// request signed with used: if the source then has a different key, the
+// request is re-signed and replayed once. Implementations coalesce concurrent
+// calls and rate-limit the work behind them.
+type Refresher interface {
+	Refresh(ctx context.Context, used *signer.Key) (cred signer.Credential, changed bool)
 }
 
 // ErrNoKey is wrapped by KeySource errors: no usable key is available.
@@ -140,6 +150,7 @@ type KeyFileSource struct {
 
 	path   string
 	cur    atomic.Pointer[signer.Credential]
+	mu     sync.Mutex // serialises check: the watcher and 401-triggered re-reads
 	stamp  fileStamp
 	logger *zap.Logger
 }
@@ -240,6 +251,8 @@ func (s *KeyFileSource) watch(ctx context.Context) {
 // swaps in the new key if it parses. Kubernetes secret mounts replace a
 // symlink, which os.Stat follows, so the stamp changes on rotation.
 func (s *KeyFileSource) check() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	fi, err := os.Stat(s.path)
 	if err != nil {
 		if s.stamp.size != -1 {
@@ -264,6 +277,17 @@ func (s *KeyFileSource) check() {
 	}
 	old := s.cur.Swap(&cred)
 	s.logger.Info("key file changed; new key in use", zap.String("path", s.path), zap.String("key_id", cred.Key.ID()), zap.String("previous_key_id", old.Key.ID()))
+}
+
+// Refresh implements Refresher: re-check the file now, as Kubernetes may
+// deliver a rotated key up to a minute after ACS starts refusing the old one.
+func (s *KeyFileSource) Refresh(_ context.Context, used *signer.Key) (signer.Credential, bool) {
+	if c := s.cur.Load(); c.Key != used {
+		return *c, true
+	}
+	s.check()
+	c := s.cur.Load()
+	return *c, c.Key != used
 }
 
 // Credential implements KeySource.
@@ -296,6 +320,7 @@ var (
 	_ KeySource         = (*ConnectionStringSource)(nil)
 	_ KeySource         = (*AccessKeySource)(nil)
 	_ KeySource         = (*KeyFileSource)(nil)
+	_ Refresher         = (*KeyFileSource)(nil)
 	_ caddy.Provisioner = (*ConnectionStringSource)(nil)
 	_ caddy.Provisioner = (*AccessKeySource)(nil)
 	_ caddy.Provisioner = (*KeyFileSource)(nil)

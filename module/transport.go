@@ -75,6 +75,7 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("acs_hmac: %w", err)
 	}
 	t.keys = keys
+	registerMetrics(ctx)
 	if err := t.HTTPTransport.Provision(ctx); err != nil {
 		return fmt.Errorf("acs_hmac: %w", err)
 	}
@@ -90,11 +91,14 @@ var droppedHeaders = []string{"Authorization", "X-Ms-Date", "Date", "X-Ms-Conten
 // copy of the request, but the variables map is per request.
 const bodyVar = "acs_hmac.body"
 
-// RoundTrip signs req and sends it.
+// RoundTrip signs req and sends it. If the upstream answers 401 and the key
+// source then has a different key (a rotation), the request is re-signed and
+// replayed once, so a rotation costs the client nothing.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	cred, err := t.keys.Credential()
 	if err != nil {
 		t.logger.Error("refusing request: no access key", zap.Error(err))
+		metricSigningFailures.WithLabelValues("key_unavailable").Inc()
 		return errorResponse(req, http.StatusServiceUnavailable, "KeyUnavailable",
 			"The signing proxy has no ACS access key available; the request was not sent.", 5), nil
 	}
@@ -102,13 +106,49 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	body, err := t.body(req)
 	if err != nil {
 		if errors.Is(err, errBodyTooLarge) {
+			metricSigningFailures.WithLabelValues("body_too_large").Inc()
 			return errorResponse(req, http.StatusRequestEntityTooLarge, "RequestBodyTooLarge",
 				fmt.Sprintf("The request body is larger than the proxy's max_body_size (%d bytes); the request was not sent.", t.MaxBodySize), 0), nil
 		}
+		metricSigningFailures.WithLabelValues("body_unreadable").Inc()
 		return errorResponse(req, http.StatusBadRequest, "RequestBodyUnreadable",
 			"The request body could not be read; the request was not sent.", 0), nil
 	}
 
+	out, refusal := t.sign(req, cred, body)
+	if refusal != nil {
+		return refusal, nil
+	}
+	resp, err := t.HTTPTransport.RoundTrip(out)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		return resp, err
+	}
+
+	r, ok := t.keys.(Refresher)
+	if !ok {
+		return resp, nil
+	}
+	fresh, changed := r.Refresh(req.Context(), cred.Key)
+	if !changed {
+		metricReplays.WithLabelValues("unchanged").Inc()
+		return resp, nil
+	}
+	out, refusal = t.sign(req, fresh, body)
+	if refusal != nil {
+		return resp, nil // the 401 is the truer answer
+	}
+	// Done with the 401: drain a little so the connection can be reused.
+	_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
+	resp.Body.Close()
+	metricReplays.WithLabelValues("replayed").Inc()
+	t.logger.Info("upstream answered 401; replaying once with the rotated key",
+		zap.String("key_id", fresh.Key.ID()), zap.String("previous_key_id", cred.Key.ID()))
+	return t.HTTPTransport.RoundTrip(out)
+}
+
+// sign prepares the outgoing copy of req, signed with cred over body; or it
+// returns the refusal to answer with instead.
+func (t *Transport) sign(req *http.Request, cred signer.Credential, body *bufferedBody) (*http.Request, *http.Response) {
 	out := req.Clone(req.Context())
 	t.SetScheme(out)
 
@@ -117,8 +157,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if !sameOrigin(out, cred.Endpoint) {
 			t.logger.Error("refusing request: upstream is not the connection string's endpoint",
 				zap.String("upstream", out.URL.Scheme+"://"+out.URL.Host), zap.String("endpoint", cred.Endpoint.String()))
-			return errorResponse(req, http.StatusBadGateway, "UpstreamNotEndpoint",
-				"The upstream is not the endpoint of the configured connection string; the request was not sent.", 0), nil
+			metricSigningFailures.WithLabelValues("upstream_not_endpoint").Inc()
+			return nil, errorResponse(req, http.StatusBadGateway, "UpstreamNotEndpoint",
+				"The upstream is not the endpoint of the configured connection string; the request was not sent.", 0)
 		}
 		out.Host = cred.Endpoint.Host
 	} else {
@@ -144,13 +185,14 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	delete(out.Header, "Content-Length")
 	out.TransferEncoding = nil
 
-	signer.Headers.Apply(cred.Key.Sign(out.Method, out.URL.RequestURI(), out.Host, body.hash, time.Now()), out.Header)
+	cred.Key.Sign(out.Method, out.URL.RequestURI(), out.Host, body.hash, time.Now()).Apply(out.Header)
+	metricRequestsSigned.Inc()
 
 	if c := t.logger.Check(zapcore.DebugLevel, "signed request"); c != nil {
 		c.Write(zap.String("method", out.Method), zap.String("host", out.Host),
 			zap.Int("body_bytes", len(body.data)), zap.String("key_id", cred.Key.ID()))
 	}
-	return t.HTTPTransport.RoundTrip(out)
+	return out, nil
 }
 
 // body returns the request's buffered body, reading it on the first attempt.
@@ -181,6 +223,8 @@ func hostPort(scheme, host string) string {
 	h, p, err := net.SplitHostPort(host)
 	if err != nil {
 		h = strings.Trim(host, "[]")
+	}
+	if p == "" {
 		p = "80"
 		if strings.EqualFold(scheme, "https") {
 			p = "443"
