@@ -283,11 +283,11 @@ type vaultKey struct {
 
 // vaultFetcher fetches one secret and keeps its latest good value.
 type vaultFetcher struct {
-	client  secretGetter
-	id      secretID
+	client   secretGetter
+	id       secretID
 	credKind string
-	refresh time.Duration
-	logger  *zap.Logger
+	refresh  time.Duration
+	logger   *zap.Logger
 
 	cur atomic.Pointer[vaultKey]
 
@@ -325,7 +325,9 @@ func (f *vaultFetcher) Destruct() error {
 
 // label names the secret in logs and metrics: vault host and secret name,
 // never a value.
-func (f *vaultFetcher) label() string { return strings.TrimPrefix(f.id.vault, "https://") + "/" + f.id.name }
+func (f *vaultFetcher) label() string {
+	return strings.TrimPrefix(f.id.vault, "https://") + "/" + f.id.name
+}
 
 // fetch gets the secret once and turns it into a key.
 func (f *vaultFetcher) fetch(ctx context.Context) (*vaultKey, error) {
