@@ -186,7 +186,6 @@ func (s *KeyVaultSource) Provision(ctx caddy.Context) error {
 	secretDigest := sha256.Sum256([]byte(credCfg.ClientSecret))
 	s.poolKey = strings.Join([]string{id.String(), credCfg.Kind, credCfg.ClientID, credCfg.TenantID,
 		hex.EncodeToString(secretDigest[:8]), refresh.String(), strconv.FormatBool(s.DisableChallengeResourceVerification)}, "|")
-	logger := ctx.Logger()
 	registerMetrics(ctx)
 	val, _, err := vaultFetchers.LoadOrNew(s.poolKey, func() (caddy.Destructor, error) {
 		cred, err := credCfg.build()
@@ -202,7 +201,7 @@ func (s *KeyVaultSource) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return nil, fmt.Errorf("key_vault %s: %w", id, err)
 		}
-		return startVaultFetcher(client, id, credCfg.Kind, refresh, logger)
+		return startVaultFetcher(client, id, credCfg.Kind, refresh)
 	})
 	if err != nil {
 		return err
@@ -300,8 +299,8 @@ type vaultFetcher struct {
 }
 
 // startVaultFetcher fetches the secret once (bounded) and starts refreshing.
-func startVaultFetcher(client secretGetter, id secretID, credKind string, refresh time.Duration, logger *zap.Logger) (*vaultFetcher, error) {
-	f := &vaultFetcher{client: client, id: id, credKind: credKind, refresh: refresh, logger: logger,
+func startVaultFetcher(client secretGetter, id secretID, credKind string, refresh time.Duration) (*vaultFetcher, error) {
+	f := &vaultFetcher{client: client, id: id, credKind: credKind, refresh: refresh,
 		stop: make(chan struct{}), done: make(chan struct{})}
 	ctx, cancel := context.WithTimeout(context.Background(), vaultFetchTimeout)
 	defer cancel()
@@ -322,6 +321,10 @@ func (f *vaultFetcher) Destruct() error {
 	sources.Delete(f)
 	return nil
 }
+
+// log is Caddy's current default logger: a fetcher outlives the config that
+// started it, and with it that config's logger.
+func (f *vaultFetcher) log() *zap.Logger { return caddy.Log().Named("acs_hmac.key_vault") }
 
 // label names the secret in logs and metrics: vault host and secret name,
 // never a value.
@@ -392,9 +395,9 @@ func (f *vaultFetcher) store(k *vaultKey) {
 	}
 	f.cur.Store(k)
 	if old == nil {
-		f.logger.Info("key vault secret loaded", zap.String("secret", f.id.String()), zap.String("version", k.version), zap.String("key_id", k.cred.Key.ID()))
+		f.log().Info("key vault secret loaded", zap.String("secret", f.id.String()), zap.String("version", k.version), zap.String("key_id", k.cred.Key.ID()))
 	} else if k.cred.Key != old.cred.Key {
-		f.logger.Info("key vault secret changed; new key in use", zap.String("secret", f.id.String()),
+		f.log().Info("key vault secret changed; new key in use", zap.String("secret", f.id.String()),
 			zap.String("version", k.version), zap.String("previous_version", old.version),
 			zap.String("key_id", k.cred.Key.ID()), zap.String("previous_key_id", old.cred.Key.ID()))
 	}
@@ -454,7 +457,7 @@ func (f *vaultFetcher) run() {
 		if errors.As(err, &ve) && ve.retryAfter > wait {
 			wait = ve.retryAfter
 		}
-		f.logger.Warn("key vault refresh failed; the last good key keeps serving",
+		f.log().Warn("key vault refresh failed; the last good key keeps serving",
 			zap.String("secret", f.id.String()), zap.String("credential", f.credKind),
 			zap.String("error", err.Error()), zap.Duration("retry_in", wait))
 		t.Reset(wait)
@@ -488,7 +491,7 @@ func (f *vaultFetcher) refetch(ctx context.Context, used *signer.Key) (signer.Cr
 		if err == nil {
 			f.store(k)
 		} else {
-			f.logger.Warn("key vault re-fetch after 401 failed", zap.String("secret", f.id.String()), zap.String("error", err.Error()))
+			f.log().Warn("key vault re-fetch after 401 failed", zap.String("secret", f.id.String()), zap.String("error", err.Error()))
 		}
 		f.mu.Lock()
 		f.inflight = nil

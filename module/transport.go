@@ -95,6 +95,12 @@ const bodyVar = "acs_hmac.body"
 // source then has a different key (a rotation), the request is re-signed and
 // replayed once, so a rotation costs the client nothing.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	// The RoundTripper contract: close the request body on every path. What
+	// goes upstream is the buffered copy, so the client's body is done with
+	// once read (or once refused).
+	if req.Body != nil {
+		defer req.Body.Close()
+	}
 	cred, err := t.keys.Credential()
 	if err != nil {
 		t.logger.Error("refusing request: no access key", zap.Error(err))
