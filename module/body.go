@@ -56,11 +56,11 @@ func readBody(body io.Reader, contentLength, max int64) (*bufferedBody, error) {
 	h := sha256.New()
 	for {
 		if len(buf) == cap(buf) {
-			// Unknown or understated length: grow geometrically, never past max+1.
-			buf = append(buf, 0)[:len(buf)]
-			if int64(cap(buf)) > max+1 {
-				buf = buf[: len(buf) : max+1]
-			}
+			// Unknown or understated length: double, but never allocate past
+			// max+1 (append's own growth would overshoot the limit).
+			grown := make([]byte, len(buf), min(2*int64(cap(buf)), max+1))
+			copy(grown, buf)
+			buf = grown
 		}
 		n, err := body.Read(buf[len(buf):cap(buf)])
 		h.Write(buf[len(buf) : len(buf)+n])
