@@ -531,6 +531,9 @@ func classifyVaultError(err error) (outcome, msg string) {
 		case http.StatusNotFound:
 			return "not_found", fmt.Sprintf("the secret (or version) does not exist (404 %s)", re.ErrorCode)
 		case http.StatusForbidden:
+			if strings.Contains(re.Error(), "SecretDisabled") {
+				return "disabled", "the secret (or version) is disabled (403 SecretDisabled)"
+			}
 			return "forbidden", fmt.Sprintf("access denied (403 %s): grant the identity the \"Key Vault Secrets User\" role on the vault or secret (or a get-secret access policy)", re.ErrorCode)
 		case http.StatusUnauthorized:
 			return "unauthorized", fmt.Sprintf("the vault rejected the credential (401 %s)", re.ErrorCode)
