@@ -1,7 +1,7 @@
 package module
 
 import (
-	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -116,6 +116,12 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return errorResponse(req, http.StatusRequestEntityTooLarge, "RequestBodyTooLarge",
 				fmt.Sprintf("The request body is larger than the proxy's max_body_size (%d bytes); the request was not sent.", t.MaxBodySize), 0), nil
 		}
+		if errors.Is(err, errSpool) {
+			t.logger.Error("refusing request: cannot buffer the body", zap.Error(err))
+			metricSigningFailures.WithLabelValues("body_spool_failed").Inc()
+			return errorResponse(req, http.StatusServiceUnavailable, "BodyBufferUnavailable",
+				"The signing proxy could not buffer the request body; the request was not sent.", 0), nil
+		}
 		metricSigningFailures.WithLabelValues("body_unreadable").Inc()
 		return errorResponse(req, http.StatusBadRequest, "RequestBodyUnreadable",
 			"The request body could not be read; the request was not sent.", 0), nil
@@ -180,13 +186,12 @@ func (t *Transport) sign(req *http.Request, cred signer.Credential, body *buffer
 		delete(out.Header, h)
 	}
 	out.Trailer = nil // ACS signs no trailers; the body goes out with a Content-Length
-	out.ContentLength = int64(len(body.data))
-	if len(body.data) == 0 {
+	out.ContentLength = body.size
+	if body.size == 0 {
 		out.Body, out.GetBody = nil, nil
 	} else {
-		data := body.data
-		out.Body = io.NopCloser(bytes.NewReader(data))
-		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
+		out.Body = io.NopCloser(body.reader())
+		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(body.reader()), nil }
 	}
 	delete(out.Header, "Content-Length")
 	out.TransferEncoding = nil
@@ -196,7 +201,7 @@ func (t *Transport) sign(req *http.Request, cred signer.Credential, body *buffer
 
 	if c := t.logger.Check(zapcore.DebugLevel, "signed request"); c != nil {
 		c.Write(zap.String("method", out.Method), zap.String("host", out.Host),
-			zap.Int("body_bytes", len(body.data)), zap.String("key_id", cred.Key.ID()))
+			zap.Int64("body_bytes", body.size), zap.String("key_id", cred.Key.ID()))
 	}
 	return out, nil
 }
@@ -210,6 +215,9 @@ func (t *Transport) body(req *http.Request) (*bufferedBody, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A spooled body's file lives until the request is over (every attempt
+	// and replay reads it), whichever way it ends.
+	context.AfterFunc(req.Context(), b.close)
 	caddyhttp.SetVar(req.Context(), bodyVar, b)
 	return b, nil
 }

@@ -1,7 +1,7 @@
 package module
 
 import (
-	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -89,8 +89,14 @@ func (v *Verify) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 			writeError(w, http.StatusRequestEntityTooLarge, "RequestBodyTooLarge", "The request body is larger than max_body_size.", 0)
 			return nil
 		}
+		if errors.Is(err, errSpool) {
+			v.logger.Error("cannot buffer the body", zap.Error(err))
+			writeError(w, http.StatusServiceUnavailable, "BodyBufferUnavailable", "The verifier could not buffer the request body.", 0)
+			return nil
+		}
 		return caddyhttp.Error(http.StatusBadRequest, errors.New("reading request body failed"))
 	}
+	context.AfterFunc(r.Context(), body.close)
 	err = cred.Key.Verify(signer.Request{
 		Method:       r.Method,
 		PathAndQuery: requestTarget(r),
@@ -107,8 +113,8 @@ func (v *Verify) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		writeError(w, http.StatusUnauthorized, "Denied", msg, 0)
 		return nil
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body.data))
-	r.ContentLength = int64(len(body.data))
+	r.Body = io.NopCloser(body.reader())
+	r.ContentLength = body.size
 	return next.ServeHTTP(w, r)
 }
 
