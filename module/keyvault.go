@@ -326,10 +326,14 @@ func (f *vaultFetcher) Destruct() error {
 // started it, and with it that config's logger.
 func (f *vaultFetcher) log() *zap.Logger { return caddy.Log().Named("acs_hmac.key_vault") }
 
-// label names the secret in logs and metrics: vault host and secret name,
-// never a value.
+// label names the secret in metrics: vault host, secret name and a pinned
+// version, never a value.
 func (f *vaultFetcher) label() string {
-	return strings.TrimPrefix(f.id.vault, "https://") + "/" + f.id.name
+	l := strings.TrimPrefix(f.id.vault, "https://") + "/" + f.id.name
+	if f.id.version != "" {
+		l += "/" + f.id.version
+	}
+	return l
 }
 
 // fetch gets the secret once and turns it into a key.

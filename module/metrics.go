@@ -43,13 +43,23 @@ type keyAgeCollector struct{ desc *prometheus.Desc }
 func (c *keyAgeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c *keyAgeCollector) Collect(ch chan<- prometheus.Metric) {
+	// Several fetchers can share a label (the same secret with another
+	// credential or refresh interval, or two configs during a reload); a
+	// registry refuses duplicate series, so report the youngest key per label.
+	ages := map[string]float64{}
 	sources.Range(func(k, _ any) bool {
 		f := k.(*vaultFetcher)
 		if cur := f.cur.Load(); cur != nil {
-			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, time.Since(cur.since).Seconds(), f.label())
+			age := time.Since(cur.since).Seconds()
+			if prev, ok := ages[f.label()]; !ok || age < prev {
+				ages[f.label()] = age
+			}
 		}
 		return true
 	})
+	for label, age := range ages {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, age, label)
+	}
 }
 
 // registerMetrics registers the collectors with this config's registry.
