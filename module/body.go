@@ -84,9 +84,11 @@ func readBody(body io.Reader, contentLength, max int64) (*bufferedBody, error) {
 		return nil, errBodyTooLarge
 	}
 	if body == nil || body == http.NoBody {
-		return &bufferedBody{hash: signer.EmptyContentHash}, nil
+		return emptyBody, nil
 	}
-	h := sha256.New()
+	h := hashers.Get().(hash.Hash)
+	h.Reset()
+	defer hashers.Put(h)
 	if contentLength > spoolThreshold {
 		return spool(body, nil, h, max)
 	}
@@ -128,6 +130,12 @@ func readBody(body io.Reader, contentLength, max int64) (*bufferedBody, error) {
 	}
 	return &bufferedBody{data: buf, size: int64(len(buf)), hash: contentHash(h)}, nil
 }
+
+// emptyBody is every empty body: immutable, nothing to release.
+var emptyBody = &bufferedBody{hash: signer.EmptyContentHash}
+
+// hashers are SHA-256 states for hashing bodies, reused across requests.
+var hashers = sync.Pool{New: func() any { return sha256.New() }}
 
 // copyBufs are the buffers bodies are spooled through.
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}

@@ -161,7 +161,16 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // sign prepares the outgoing copy of req, signed with cred over body; or it
 // returns the refusal to answer with instead.
 func (t *Transport) sign(req *http.Request, cred signer.Credential, body *bufferedBody) (*http.Request, *http.Response) {
-	out := req.Clone(req.Context())
+	// A shallow copy with its own URL and headers: all that signing changes
+	// (req.Clone would also deep-copy trailers, forms and more, per attempt).
+	out := new(http.Request)
+	*out = *req
+	u := *req.URL
+	out.URL = &u
+	out.Header = req.Header.Clone()
+	if out.Header == nil {
+		out.Header = make(http.Header)
+	}
 	t.SetScheme(out)
 
 	if cred.Endpoint != nil {
@@ -208,6 +217,9 @@ func (t *Transport) sign(req *http.Request, cred signer.Credential, body *buffer
 
 // body returns the request's buffered body, reading it on the first attempt.
 func (t *Transport) body(req *http.Request) (*bufferedBody, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return emptyBody, nil // nothing to read, nothing to keep between attempts
+	}
 	if b, ok := caddyhttp.GetVar(req.Context(), bodyVar).(*bufferedBody); ok {
 		return b, nil
 	}
@@ -215,9 +227,11 @@ func (t *Transport) body(req *http.Request) (*bufferedBody, error) {
 	if err != nil {
 		return nil, err
 	}
-	// A spooled body's file lives until the request is over (every attempt
-	// and replay reads it), whichever way it ends.
-	context.AfterFunc(req.Context(), b.close)
+	if b.file != nil {
+		// A spooled body's file lives until the request is over (every
+		// attempt and replay reads it), whichever way it ends.
+		context.AfterFunc(req.Context(), b.close)
+	}
 	caddyhttp.SetVar(req.Context(), bodyVar, b)
 	return b, nil
 }

@@ -96,7 +96,9 @@ func (v *Verify) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		}
 		return caddyhttp.Error(http.StatusBadRequest, errors.New("reading request body failed"))
 	}
-	context.AfterFunc(r.Context(), body.close)
+	if body.file != nil {
+		context.AfterFunc(r.Context(), body.close)
+	}
 	err = cred.Key.Verify(signer.Request{
 		Method:       r.Method,
 		PathAndQuery: requestTarget(r),

@@ -32,6 +32,7 @@ const (
 	EmptyContentHash = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
 
 	authPrefix = "HMAC-SHA256 SignedHeaders=" + SignedHeaders + "&Signature="
+	authLen    = len(authPrefix) + (sha256.Size+2)/3*4 // prefix + base64 of the MAC
 )
 
 // ContentHash returns base64(SHA-256(body)), the x-ms-content-sha256 value.
@@ -115,17 +116,18 @@ func (k *Key) Sign(method, pathAndQuery, host, contentHash string, t time.Time) 
 	date := FormatDate(t)
 	var sum [sha256.Size]byte
 	sig := k.signature(sum[:0], method, pathAndQuery, date, host, contentHash)
-	auth := make([]byte, len(authPrefix)+base64.StdEncoding.EncodedLen(len(sig)))
-	copy(auth, authPrefix)
+	var auth [authLen]byte // on the stack: the string conversion is the one allocation
+	copy(auth[:], authPrefix)
 	base64.StdEncoding.Encode(auth[len(authPrefix):], sig)
-	return Headers{Date: date, ContentSHA256: contentHash, Authorization: string(auth)}
+	return Headers{Date: date, ContentSHA256: contentHash, Authorization: string(auth[:])}
 }
 
 // Apply sets the headers on h, replacing any copies already there, and
 // removes a Date header, which ACS would otherwise consider alongside x-ms-date.
 func (s Headers) Apply(h http.Header) {
 	h.Del("Date")
-	h[HeaderDate] = []string{s.Date}
-	h[HeaderContentSHA256] = []string{s.ContentSHA256}
-	h[HeaderAuthorization] = []string{s.Authorization}
+	vals := []string{s.Date, s.ContentSHA256, s.Authorization} // one allocation for three headers
+	h[HeaderDate] = vals[0:1:1]
+	h[HeaderContentSHA256] = vals[1:2:2]
+	h[HeaderAuthorization] = vals[2:3:3]
 }
