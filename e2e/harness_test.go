@@ -83,6 +83,16 @@ type recorded struct {
 	Proto         string
 }
 
+// record reads r in full and keeps it as it was received.
+func record(r *http.Request) (*recorded, error) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, err
+	}
+	return &recorded{Method: r.Method, RequestURI: r.RequestURI, Host: r.Host, Header: r.Header.Clone(),
+		Body: body, ContentLength: r.ContentLength, Proto: r.Proto}, nil
+}
+
 // upstream is a loopback HTTP server that records every request and answers
 // 200 with {"ok":true}, or whatever handler is set.
 type upstream struct {
@@ -95,13 +105,11 @@ func newUpstream(t *testing.T, tlsOn bool) *upstream {
 	t.Helper()
 	u := &upstream{}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(r.Body)
+		rec, err := record(r)
 		if err != nil {
 			http.Error(w, err.Error(), 400)
 			return
 		}
-		rec := &recorded{Method: r.Method, RequestURI: r.RequestURI, Host: r.Host, Header: r.Header.Clone(),
-			Body: body, ContentLength: r.ContentLength, Proto: r.Proto}
 		u.mu.Lock()
 		u.reqs = append(u.reqs, rec)
 		u.mu.Unlock()

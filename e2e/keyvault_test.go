@@ -78,13 +78,11 @@ func newKVUpstream(t *testing.T, keys map[string][]byte, valid ...string) *kvUps
 }
 
 func (u *kvUpstream) serve(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(r.Body)
+	rec, err := record(r)
 	if err != nil {
 		http.Error(w, err.Error(), 400)
 		return
 	}
-	rec := &recorded{Method: r.Method, RequestURI: r.RequestURI, Host: r.Host, Header: r.Header.Clone(),
-		Body: body, ContentLength: r.ContentLength, Proto: r.Proto}
 	h := kvHit{id: r.URL.Query().Get("id"), path: r.URL.Path, rec: rec, status: http.StatusUnauthorized}
 	now := time.Now()
 	u.mu.Lock()

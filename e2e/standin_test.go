@@ -187,11 +187,11 @@ func TestRetrySignsEachAttemptAfresh(t *testing.T) {
 			}
 			req, err := http.ReadRequest(bufio.NewReader(conn))
 			if err == nil {
-				b, _ := io.ReadAll(req.Body)
-				mu.Lock()
-				badReqs = append(badReqs, &recorded{Method: req.Method, RequestURI: req.RequestURI, Host: req.Host,
-					Header: req.Header, Body: b, ContentLength: req.ContentLength})
-				mu.Unlock()
+				if rec, err := record(req); err == nil {
+					mu.Lock()
+					badReqs = append(badReqs, rec)
+					mu.Unlock()
+				}
 			}
 			time.Sleep(1100 * time.Millisecond) // so the retry's x-ms-date is a new second
 			conn.Close()
