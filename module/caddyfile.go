@@ -2,6 +2,7 @@ package module
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -14,14 +15,7 @@ import (
 // takes exactly one of them.
 var keySourceDirectives = []string{"connection_string", "access_key", "key_file", "key_vault"}
 
-func isKeySourceDirective(name string) bool {
-	for _, d := range keySourceDirectives {
-		if d == name {
-			return true
-		}
-	}
-	return false
-}
+func isKeySourceDirective(name string) bool { return slices.Contains(keySourceDirectives, name) }
 
 // unmarshalKeySource parses one key-source subdirective at d's cursor into
 // *raw. chosen is the subdirective already seen in this block, if any.

@@ -1,11 +1,11 @@
 package module
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 )
 
 // errorBody is the ACS error shape: {"error":{"code":"...","message":"..."}}.
@@ -55,7 +55,7 @@ func errorResponse(req *http.Request, status int, code, message string, retryAft
 		ProtoMajor:    1,
 		ProtoMinor:    1,
 		Header:        h,
-		Body:          io.NopCloser(strings.NewReader(string(b))),
+		Body:          io.NopCloser(bytes.NewReader(b)),
 		ContentLength: int64(len(b)),
 		Request:       req,
 	}

@@ -8,10 +8,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
+	"net/http"
 	"os"
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // withSpoolThreshold lowers the spool threshold for one test.
@@ -139,12 +142,19 @@ func TestReadBodySpoolFailure(t *testing.T) {
 func TestSpoolFileClosedWhenContextEnds(t *testing.T) {
 	withSpoolThreshold(t, 1<<10)
 	spoolDir(t)
-	b, err := readBody(bytes.NewReader(make([]byte, 4<<10)), 4<<10, 1<<20)
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), caddyhttp.VarsCtxKey, map[string]any{}))
+	req, _ := http.NewRequestWithContext(ctx, "POST", "http://h/", bytes.NewReader(make([]byte, 4<<10)))
+	tr := &Transport{MaxBodySize: 1 << 20}
+	b, err := tr.body(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	context.AfterFunc(ctx, b.close)
+	if b.file == nil {
+		t.Fatal("not spooled")
+	}
+	if _, err := b.file.Stat(); err != nil {
+		t.Fatal("the spool file was closed while the request was still going")
+	}
 	cancel()
 	for start := time.Now(); ; time.Sleep(time.Millisecond) {
 		if _, err := b.file.Stat(); err != nil {
